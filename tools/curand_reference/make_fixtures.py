@@ -42,7 +42,9 @@ PROFILES = {
     "tig": "inputs=1 outputs=2 freq_power=2",
     "spec": "inputs=8 outputs=1 freq_power=1",
 }
-COMMON = "features=128 lengthscale=0.3 noise=0.2 amplitude=1 train=1000 val=200 test=250"
+COMMON = (
+    "features=128 lengthscale=0.3 noise=0.2 amplitude=1 train=1000 val=200 test=250"
+)
 SUBSET = "head=20 stride=5"  # stored samples: first 20, every 5th, split edges
 
 # label -> seed string, as a user would pass it to nnopt.
