@@ -225,7 +225,4 @@ def main(
 
 # --- commands from other modules: each registers itself on import ---
 # (add one import per module here, e.g. ``import nnopt.bench.commands``)
-
-
-if __name__ == "__main__":
-    app()
+import nnopt.bound_cli  # noqa: E402, F401

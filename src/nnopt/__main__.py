@@ -1,0 +1,5 @@
+"""``python -m nnopt`` runs the command line."""
+
+from nnopt.cli import app
+
+app()
