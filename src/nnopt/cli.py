@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -207,7 +208,9 @@ def optimizers() -> None:
     table.add_column("description")
     table.add_column("needs")
     for entry in list_optimizers():
-        table.add_row(entry.name, entry.description, entry.requires or "")
+        table.add_row(
+            escape(entry.name), escape(entry.description), escape(entry.requires or "")
+        )
     console.print(table)
 
 
@@ -225,4 +228,6 @@ def main(
 
 # --- commands from other modules: each registers itself on import ---
 # (add one import per module here, e.g. ``import nnopt.bench.commands``)
+import nnopt.bench.commands  # noqa: E402, F401
 import nnopt.bound_cli  # noqa: E402, F401
+import nnopt.tune_cli  # noqa: E402, F401

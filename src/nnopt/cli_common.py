@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nnopt.data import PROFILES, Profile, get_profile
 
@@ -24,7 +25,7 @@ EXIT_INVALID = 2
 
 def fail(message: str) -> typer.Exit:
     """Print an error for the user and give the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(EXIT_INVALID)
 
 

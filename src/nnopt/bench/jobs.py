@@ -20,7 +20,7 @@ from nnopt.loop import LoopSettings
 from nnopt.optimizers.registry import OptimizerSpec
 from nnopt.runner import RunConfig, run_challenge
 
-__all__ = ["Backend", "Job", "ResultCallback", "run_job"]
+__all__ = ["Backend", "Job", "ResultCallback", "error_row", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -67,26 +67,47 @@ class Backend(Protocol):
     def run(self, jobs: Sequence[Job], on_result: ResultCallback) -> None: ...
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Run one job and return its result row (an ``error`` row if it failed)."""
-    row: dict[str, Any] = {
+def _job_row(job: Job) -> dict[str, Any]:
+    """The fields every row of ``job`` starts with."""
+    return {
         "key": job.key,
         "optimizer": job.optimizer.label,
         "n_hidden": job.n_hidden,
         "seed": job.seed,
         "profile": job.profile.name,
     }
+
+
+def error_row(
+    job: Job, error: str, *, traceback_text: str = "", wall_time_s: float = 0.0
+) -> dict[str, Any]:
+    """The row of a job that failed.
+
+    :func:`run_job` makes these itself; backends use this for a job lost
+    outside it (a worker process that died, a lost remote task).
+    """
+    return {
+        **_job_row(job),
+        "status": "error",
+        "error": error,
+        "traceback": traceback_text,
+        "wall_time_s": wall_time_s,
+    }
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run one job and return its result row (an ``error`` row if it failed)."""
     start = time.perf_counter()
     try:
         result = run_challenge(job.config())
     except Exception as exc:  # a failed job must not stop the others
-        row.update(
-            status="error",
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(limit=8),
+        return error_row(
+            job,
+            f"{type(exc).__name__}: {exc}",
+            traceback_text=traceback.format_exc(limit=8),
             wall_time_s=time.perf_counter() - start,
         )
-        return row
+    row = _job_row(job)
     summary = result.summary()
     row.update(
         status="ok",

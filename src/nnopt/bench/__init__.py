@@ -1,0 +1,1 @@
+"""Benchmarks: jobs, backends (local, Ray, batched), results, statistics, reports."""
