@@ -95,9 +95,9 @@ class RunResult:
     run_dir: Path | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The flat record ``nnopt run --json`` prints."""
+        """The flat record ``nnopt run --json`` prints (non-finite floats: None)."""
         c, t, s = self.config, self.training, self.score
-        return {
+        record = {
             "seed": c.seed,
             "profile": c.profile.name,
             "n_hidden": c.n_hidden,
@@ -116,6 +116,14 @@ class RunResult:
             "wall_time_s": t.wall_time_s,
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
+        return {k: _finite_or_none(v) for k, v in record.items()}
+
+
+def _finite_or_none(value: Any) -> Any:
+    """Strict JSON has no NaN or Infinity: report those as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def score_solution(

@@ -10,6 +10,11 @@ An optimizer spec is a string::
 ``optimizer`` or ``Optimizer``). If the object found is a class or a
 factory function, it is called with the hyperparameters; values are read as
 JSON where they parse (``lr=3e-3``, ``nesterov=true``) and as text otherwise.
+
+A spec may also be ``@FILE.json[:key=value,...]``: the file holds
+``{"ref": NAME, "hparams": {...}}`` (``"optimizer"`` is accepted in place of
+``"ref"``), as ``nnopt tune`` writes to ``best.json``; hyperparameters after
+the colon override the file's.
 """
 
 from __future__ import annotations
@@ -95,6 +100,21 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _split_items(text: str) -> list[str]:
+    """Split ``k=v,k2=v2`` on the commas outside brackets (``betas=[0.9,0.99]``)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
 def parse_spec(spec: str | OptimizerSpec, **extra: Any) -> OptimizerSpec:
     """Split ``NAME[:k=v,...]`` into reference and hyperparameters."""
     if isinstance(spec, OptimizerSpec):
@@ -102,11 +122,15 @@ def parse_spec(spec: str | OptimizerSpec, **extra: Any) -> OptimizerSpec:
     text = spec.strip()
     if not text:
         raise ValueError("optimizer spec is empty; try 'adam' or 'adam:lr=1e-3'")
+    if text.startswith("@"):
+        inline = parse_spec(text[1:])
+        ref, hparams = _read_spec_file(Path(inline.ref))
+        return OptimizerSpec(ref, {**hparams, **inline.hparams, **extra})
     ref, hparams = text, {}
     head, sep, tail = text.rpartition(":")
     if sep and "=" in tail:
         ref = head
-        for item in tail.split(","):
+        for item in _split_items(tail):
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise ValueError(
@@ -115,6 +139,31 @@ def parse_spec(spec: str | OptimizerSpec, **extra: Any) -> OptimizerSpec:
                 )
             hparams[key.strip()] = _parse_value(value.strip())
     return OptimizerSpec(ref, {**hparams, **extra})
+
+
+def _read_spec_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """The reference and hyperparameters an ``@FILE.json`` spec names."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read optimizer file @{path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"optimizer file @{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"optimizer file @{path} must hold a JSON object")
+    ref = data.get("ref", data.get("optimizer"))
+    if not isinstance(ref, str) or not ref.strip() or ref.strip().startswith("@"):
+        raise ValueError(
+            f'optimizer file @{path} needs a "ref" naming an optimizer '
+            f'(e.g. "adam"), got {ref!r}'
+        )
+    hparams = data.get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise ValueError(
+            f'"hparams" in optimizer file @{path} must be a JSON object, '
+            f"got {hparams!r}"
+        )
+    return ref.strip(), hparams
 
 
 def _load_file(path: Path, attribute: str | None) -> Any:
