@@ -182,9 +182,9 @@ def _mean(values: Sequence[float]) -> float:
 
 def passes(row: Row, accuracy_factor: float) -> bool:
     """Whether a row's test loss meets the threshold at ``accuracy_factor``."""
-    loss = row["test_loss"]
+    loss = row["test_loss"]  # None when the loss was not finite
     limit = (4.0 - accuracy_factor / 1000.0) * row["threshold_unit"]
-    return math.isfinite(loss) and loss <= limit
+    return loss is not None and math.isfinite(loss) and loss <= limit
 
 
 def pass_rate(rows: Sequence[Row], accuracy_factor: float) -> float:
