@@ -27,4 +27,4 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks tools
 
 test: lint
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests

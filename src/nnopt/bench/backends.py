@@ -10,6 +10,7 @@ To add a backend, add one line to ``BACKENDS``.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from nnopt.bench.jobs import Backend
 
@@ -17,11 +18,13 @@ __all__ = ["BACKENDS", "make_backend"]
 
 BACKENDS: dict[str, str] = {
     "local": "nnopt.bench.local:LocalBackend",  # worker processes on this machine
+    "ray": "nnopt.bench.ray_backend:RayBackend",  # Ray tasks, here or on a cluster
 }
 
 
-def make_backend(name: str, *, workers: int | None = None) -> Backend:
-    """Build the backend ``name``; ``workers`` caps jobs run at once."""
+def make_backend(name: str, *, workers: int | None = None, **options: Any) -> Backend:
+    """Build the backend ``name``; ``workers`` caps jobs run at once; ``options``
+    go to its factory (the Ray backend's address and resources per job)."""
     try:
         target = BACKENDS[name]
     except KeyError:
@@ -36,4 +39,4 @@ def make_backend(name: str, *, workers: int | None = None) -> Backend:
             f"backend {name!r} cannot be loaded ({exc}); is its extra installed?"
         ) from exc
     factory = getattr(module, attribute)
-    return factory(workers=workers)
+    return factory(workers=workers, **options)

@@ -233,6 +233,25 @@ def bench(
     backend_name: Annotated[
         str, typer.Option("--backend", help=f"where jobs run: {', '.join(BACKENDS)}")
     ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="--backend ray: the cluster to join (auto, HOST:6379, "
+            "ray://HOST:10001); default: start Ray on this machine",
+        ),
+    ] = None,
+    ray_cpus_per_job: Annotated[
+        float,
+        typer.Option("--ray-cpus-per-job", help="--backend ray: CPUs per job"),
+    ] = 1.0,
+    ray_gpus_per_job: Annotated[
+        float,
+        typer.Option(
+            "--ray-gpus-per-job",
+            help="--backend ray: GPUs per job, with --device cuda (0.25: four per GPU)",
+        ),
+    ] = 0.0,
     max_epochs: Annotated[
         int, typer.Option("--max-epochs", help="experiments only: TIG uses 1000")
     ] = 1000,
@@ -268,7 +287,17 @@ def bench(
         )
         if baseline:
             config = dataclasses.replace(config, baseline=config.find_label(baseline))
-        backend = make_backend(backend_name, workers=workers)
+        ray_options = {
+            "address": ray_address,
+            "cpus_per_job": ray_cpus_per_job,
+            "gpus_per_job": ray_gpus_per_job,
+        }
+        if backend_name != "ray" and (
+            ray_address or ray_cpus_per_job != 1.0 or ray_gpus_per_job
+        ):
+            raise ValueError("the --ray-* options need --backend ray")
+        options = ray_options if backend_name == "ray" else {}
+        backend = make_backend(backend_name, workers=workers, **options)
     except (ValueError, TypeError) as exc:
         raise fail(str(exc)) from None
     show = err_console if json_output else console

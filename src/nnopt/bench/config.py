@@ -224,6 +224,8 @@ def _load_optimizer_file(path: Path) -> list[OptimizerSpec]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if isinstance(data, dict) and ("ref" in data or "optimizer" in data):
+        return [parse_spec(f"@{path}")]  # one spec, e.g. nnopt tune's best.json
     if isinstance(data, dict):
         data = [{"ref": k, "hparams": v} for k, v in data.items()]
     if not isinstance(data, list):
