@@ -222,10 +222,12 @@ def train(
                 grads[i] = g
             updates = optimizer.step(state, views, grads, ctx)
             updates = check_hook_output("step", updates, infos, device, allow_none=True)
-            with torch.no_grad():
-                for i in trainable:
-                    if updates[i] is not None:
-                        params[i].add_(updates[i])
+            applied = [i for i in trainable if updates[i] is not None]
+            if applied:
+                with torch.no_grad():
+                    torch._foreach_add_(
+                        [params[i] for i in applied], [updates[i] for i in applied]
+                    )
             step += 1
 
         train_loss = float(sq_err_sum) / (n_train * n_outputs)
