@@ -40,6 +40,7 @@ import torch
 from nnopt.model import TensorInfo
 
 __all__ = [
+    "BatchedStepContext",
     "ChallengeOptimizer",
     "HookError",
     "OptimizerSetup",
@@ -62,6 +63,37 @@ class StepContext:
 
 
 @dataclass(frozen=True)
+class BatchedStepContext:
+    """What a batched optimizer knows: a :class:`StepContext` for B instances.
+
+    All instances share the epoch, batch, step and batch size. Losses are
+    per instance, tuples of B floats (None at epoch 0), equal to what the
+    one-at-a-time loop would pass each instance. ``active[b]`` is False once
+    instance ``b`` has stopped: its updates are ignored and its losses stay
+    at their last values.
+    """
+
+    epoch: int
+    batch: int
+    step: int
+    train_loss: tuple[float, ...] | None
+    val_loss: tuple[float, ...] | None
+    batch_size: int
+    active: tuple[bool, ...]
+
+    def instance(self, b: int) -> StepContext:
+        """The one-instance context of instance ``b``."""
+        return StepContext(
+            self.epoch,
+            self.batch,
+            self.step,
+            None if self.train_loss is None else self.train_loss[b],
+            None if self.val_loss is None else self.val_loss[b],
+            self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
 class OptimizerSetup:
     """Everything ``init_state`` receives."""
 
@@ -73,6 +105,17 @@ class OptimizerSetup:
     batch_size: int  # nominal batch size (128)
     max_epochs: int  # the loop never runs more epochs than this
     steps_per_epoch: int
+    # Batched mode (docs/batched.md): the number of instances B trained at
+    # once, each tensor and gradient with a leading dimension of size B, and
+    # every instance's seed (``seed`` is then the first). None: one instance.
+    batch_instances: int | None = None
+    seeds: tuple[bytes, ...] = ()
+
+    def tensor_shape(self, info: TensorInfo) -> tuple[int, ...]:
+        """The shape hooks see for ``info``: ``(B, *info.shape)`` when batched."""
+        if self.batch_instances is None:
+            return info.shape
+        return (self.batch_instances, *info.shape)
 
     @property
     def param_sizes(self) -> list[int]:

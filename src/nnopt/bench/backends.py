@@ -19,6 +19,7 @@ __all__ = ["BACKENDS", "make_backend"]
 BACKENDS: dict[str, str] = {
     "local": "nnopt.bench.local:LocalBackend",  # worker processes on this machine
     "ray": "nnopt.bench.ray_backend:RayBackend",  # Ray tasks, here or on a cluster
+    "batched": "nnopt.bench.batched_backend:BatchedBackend",  # many seeds at once
 }
 
 

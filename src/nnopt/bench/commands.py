@@ -252,6 +252,20 @@ def bench(
             help="--backend ray: GPUs per job, with --device cuda (0.25: four per GPU)",
         ),
     ] = 0.0,
+    batched: Annotated[
+        bool,
+        typer.Option(
+            "--batched",
+            help="train many seeds of a track at once (same as --backend batched); "
+            "for optimizers that support batched mode",
+        ),
+    ] = False,
+    batch_instances: Annotated[
+        int,
+        typer.Option(
+            "--batch-instances", help="--batched: instances trained together", min=1
+        ),
+    ] = 32,
     max_epochs: Annotated[
         int, typer.Option("--max-epochs", help="experiments only: TIG uses 1000")
     ] = 1000,
@@ -297,6 +311,12 @@ def bench(
         ):
             raise ValueError("the --ray-* options need --backend ray")
         options = ray_options if backend_name == "ray" else {}
+        if batched:
+            if backend_name not in ("local", "batched"):
+                raise ValueError("--batched runs on this machine; drop --backend")
+            backend_name = "batched"
+        if backend_name == "batched":
+            options = {"batch_size": batch_instances}
         backend = make_backend(backend_name, workers=workers, **options)
     except (ValueError, TypeError) as exc:
         raise fail(str(exc)) from None

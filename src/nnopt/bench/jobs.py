@@ -18,9 +18,9 @@ from typing import Any, Protocol
 from nnopt.data import Profile, get_profile
 from nnopt.loop import LoopSettings
 from nnopt.optimizers.registry import OptimizerSpec
-from nnopt.runner import RunConfig, run_challenge
+from nnopt.runner import RunConfig, RunResult, run_challenge
 
-__all__ = ["Backend", "Job", "ResultCallback", "error_row", "run_job"]
+__all__ = ["Backend", "Job", "ResultCallback", "error_row", "result_row", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,17 @@ def run_job(job: Job) -> dict[str, Any]:
             traceback_text=traceback.format_exc(limit=8),
             wall_time_s=time.perf_counter() - start,
         )
+    return result_row(job, result)
+
+
+def result_row(
+    job: Job, result: RunResult, *, wall_time_s: float | None = None
+) -> dict[str, Any]:
+    """The row of a job that finished; ``wall_time_s`` overrides the run's own.
+
+    :func:`run_job` makes these itself; the batched backend builds
+    ``result`` from a batched run and passes each run's share of its time.
+    """
     row = _job_row(job)
     summary = result.summary()
     row.update(
@@ -121,7 +132,7 @@ def run_job(job: Job) -> dict[str, Any]:
         epochs_run=summary["epochs_run"],
         diverged=summary["diverged"],
         stop_reason=summary["stop_reason"],
-        wall_time_s=summary["wall_time_s"],
+        wall_time_s=summary["wall_time_s"] if wall_time_s is None else wall_time_s,
         val_curve=[r.val_loss for r in result.training.history],
         train_curve=[r.train_loss for r in result.training.history],
     )

@@ -8,6 +8,14 @@ Update rule, for every trainable tensor ``p`` with gradient ``g``::
 
     m <- momentum * m + g
     update = -lr * m
+
+It also runs in batched mode (``docs/batched.md``), where the engine trains B
+instances at once: it says so with ``supports_batched = True``, and every
+tensor then carries a leading instance dimension of size B. The rule above is
+element-wise, so the same code serves both modes; only the buffers' shape
+(``setup.tensor_shape``) differs. The losses in ``ctx`` are floats in one
+mode and tuples of B floats in the other (``docs/batched.md`` shows how to
+use them per instance).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nnopt.api import OptimizerSetup, StepContext
+from nnopt.api import BatchedStepContext, OptimizerSetup, StepContext
 
 __all__ = ["TemplateOptimizer", "TemplateState"]
 
@@ -33,6 +41,10 @@ class TemplateState:
 class TemplateOptimizer:
     """SGD with heavy-ball momentum, written as a model for new optimizers."""
 
+    # Batched mode is opt-in. Claim it only if each instance's update depends
+    # on that instance's slice of the tensors alone (element-wise rules do).
+    supports_batched = True
+
     def __init__(self, lr: float = 1e-4, momentum: float = 0.9) -> None:
         # The gradient is that of the SUM of squared errors over a batch of
         # 128 and both outputs, about 256 times the mean-loss gradient, so
@@ -45,10 +57,16 @@ class TemplateOptimizer:
         self.momentum = momentum
 
     def init_state(self, setup: OptimizerSetup) -> TemplateState:
-        """Allocate one momentum buffer per trainable tensor."""
+        """Allocate one momentum buffer per trainable tensor.
+
+        ``setup.tensor_shape(t)`` is ``t.shape`` for one instance and
+        ``(B, *t.shape)`` in batched mode (``setup.batch_instances == B``).
+        """
         trainable = [t.trainable for t in setup.tensors]
         buffers = [
-            torch.zeros(t.shape, device=setup.device) if t.trainable else None
+            torch.zeros(setup.tensor_shape(t), device=setup.device)
+            if t.trainable
+            else None
             for t in setup.tensors
         ]
         return TemplateState(trainable=trainable, momentum=buffers)
@@ -57,7 +75,7 @@ class TemplateOptimizer:
         self,
         state: TemplateState,
         params: Sequence[torch.Tensor],
-        ctx: StepContext,
+        ctx: StepContext | BatchedStepContext,
     ) -> list[torch.Tensor] | None:
         """No proposal: train at the current parameters.
 
@@ -71,9 +89,13 @@ class TemplateOptimizer:
         state: TemplateState,
         params: Sequence[torch.Tensor],
         grads: Sequence[torch.Tensor],
-        ctx: StepContext,
+        ctx: StepContext | BatchedStepContext,
     ) -> list[torch.Tensor | None]:
-        """Return one additive update per tensor; None leaves a tensor as is."""
+        """Return one additive update per tensor; None leaves a tensor as is.
+
+        In batched mode ``params``, ``grads`` and the updates all have the
+        leading instance dimension; nothing else changes here.
+        """
         updates: list[torch.Tensor | None] = []
         for trainable, m, g in zip(state.trainable, state.momentum, grads):
             if not trainable or m is None:
