@@ -163,7 +163,9 @@ def test_config_pairs_seeds_and_round_trips() -> None:
 
 
 def test_unknown_backend_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown backend 'nope'; choose one of local"):
+    with pytest.raises(
+        ValueError, match="unknown backend .nope.; choose one of batched, local, ray"
+    ):
         make_backend("nope")
     code, _, err = bench_cli("--backend", "nope", "--seeds", "1", "--tracks", "2")
     assert code == 2 and "unknown backend" in err
