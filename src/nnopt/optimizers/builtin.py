@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from nnopt.optimizers import extras  # noqa: F401  (registers the optional extras)
+from nnopt.optimizers.ours import Crest
 from nnopt.optimizers.registry import register
 from nnopt.optimizers.template import TemplateOptimizer
 from nnopt.optimizers.torch_adapter import TorchOptimizer
@@ -52,3 +54,4 @@ register("template", TemplateOptimizer, "SGD with momentum, the annotated templa
 register("sgd", _sgd, "torch.optim.SGD, momentum 0.9, lr 1e-4 (summed-gradient scale)")
 register("adam", _adam, "torch.optim.Adam, lr 1e-3")
 register("adamw", _adamw, "torch.optim.AdamW, lr 1e-3, weight decay 1e-2")
+register("crest", Crest, "Adam with per-role steps, plateau decay and stop (ours)")
