@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from nnopt.bench.report import LIMIT_LABEL  # noqa: E402
+from nnopt.bench.report import CEILING_LABEL, LIMIT_LABEL  # noqa: E402
 from nnopt.bench.stats import passes  # noqa: E402
 from nnopt.scoring import QUALITY_CLAMP  # noqa: E402
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Plot", "write_plots"]
 
 LIMIT_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+CEILING_STYLE = {"color": "tab:gray", "linestyle": ":", "linewidth": 1.5}
 DPI = 120
 
 
@@ -207,6 +208,15 @@ def _quality_by_track(report: BenchReport, path: Path) -> Plot:
                     i * width + len(labels) - 0.55,
                     label="Bayes limit (mean over seeds)",
                     **LIMIT_STYLE,
+                )
+            ceiling = report.stats(CEILING_LABEL, track)
+            if ceiling is not None:
+                ax.hlines(
+                    ceiling.quality.mean,
+                    i * width - 0.45,
+                    i * width + len(labels) - 0.55,
+                    label="Bayes predictor with zero mean (mean over seeds)",
+                    **CEILING_STYLE,
                 )
 
     ax.set_ylim(bottom, top)

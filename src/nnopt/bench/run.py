@@ -124,6 +124,8 @@ def _bound_row(seed: str, config: BenchConfig, bayes_bound: Callable) -> dict:
             quality=float(result.quality),
             max_accuracy_factor=float(result.max_accuracy_factor),
             threshold_unit=threshold(instance, 1.0),
+            zero_mean_test_loss=float(result.zero_mean_test_loss),
+            zero_mean_quality=float(result.zero_mean_quality),
         )
     except Exception as exc:  # one bad instance must not stop the bench
         row.update(
