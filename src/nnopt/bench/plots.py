@@ -240,8 +240,10 @@ def _quality_by_track(report: BenchReport, path: Path) -> Plot:
         "Quality by track and optimizer",
         "One point per seed, boxes at the quartiles, whiskers to the furthest run "
         "within 1.5 IQR. The dashed line is the Bayes limit's mean quality on the "
-        "same seeds. Runs at the quality floor of -10 (diverged or far off) are "
-        "drawn as ▼ on the bottom edge, below the shown range.",
+        "same seeds, the dotted line the zero-mean reference's (the Bayes "
+        "predictor without its mean, see docs/bound.md). Runs at the quality "
+        "floor of -10 (diverged or far off) are drawn as ▼ on the bottom edge, "
+        "below the shown range.",
     )
 
 
