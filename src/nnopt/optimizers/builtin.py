@@ -54,4 +54,8 @@ register("template", TemplateOptimizer, "SGD with momentum, the annotated templa
 register("sgd", _sgd, "torch.optim.SGD, momentum 0.9, lr 1e-4 (summed-gradient scale)")
 register("adam", _adam, "torch.optim.Adam, lr 1e-3")
 register("adamw", _adamw, "torch.optim.AdamW, lr 1e-3, weight decay 1e-2")
-register("crest", Crest, "Adam with per-role steps, plateau decay and stop (ours)")
+register(
+    "crest",
+    Crest,
+    "ours: schedule-free averaged Adam, kink spreading, warmup, plateau decay",
+)
